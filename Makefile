@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 MNIST_MIRROR ?= $(wildcard $(CURDIR)/../shared/data/mnist)
 export MNIST_MIRROR
 
+# dvc runs each stage's `python ...` through the shell: the venv must come first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
 .PHONY: install repro test clean-venv
 
 install: $(STAMP)
