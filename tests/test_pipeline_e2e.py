@@ -64,6 +64,9 @@ def pipeline(tmp_path_factory):
            "GIT_AUTHOR_EMAIL": "test@example.invalid", "GIT_COMMITTER_NAME": "test",
            "GIT_COMMITTER_EMAIL": "test@example.invalid"}
     run(["git", "init", "-q"], repo, env)
+    # dvc exp commits through its own git library, which reads the repository's config, not the environment.
+    run(["git", "config", "user.name", "shapnoise tests"], repo, env)
+    run(["git", "config", "user.email", "tests@example.invalid"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "small profile"], repo, env)
     first = run([str(BIN / "dvc"), "repro"], repo, env)

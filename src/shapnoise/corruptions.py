@@ -1,7 +1,7 @@
 """Common corruptions of test images, to measure robustness to ordinary noise.
 
-The kinds follow the MNIST-C benchmark (Mu and Gilmer, 2019): additive Gaussian
-noise, salt-and-pepper (impulse) noise and rotation. Each takes float images in
+The kinds are of the sort the MNIST-C benchmark uses: additive Gaussian noise,
+salt-and-pepper (impulse) noise and rotation. Each takes float images in
 [0, 1] of shape (N, 28, 28), a severity in the kind's own unit and a seed, and
 returns new images in [0, 1]. For a fixed seed, a larger severity changes every
 pixel at least as much as a smaller one for the two noise kinds, because both

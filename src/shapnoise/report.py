@@ -1,4 +1,9 @@
-"""The run's accuracy table beside the method's published one, the findings check, and image grids."""
+"""The run's accuracy table beside the published one, the findings check, and image grids.
+
+"The paper" here is the Japanese conference paper whose method this pipeline
+reproduces (SHAP noise images for robust digit classifiers). It reports one
+run per model, in its Table 2.
+"""
 
 from __future__ import annotations
 
