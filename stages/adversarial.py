@@ -17,7 +17,8 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="name of the set (train3, train4, test3, test4)")
     parser.add_argument("--source", required=True, help="split whose images are attacked")
     parser.add_argument("--literal-source", default=None,
-                        help="split attacked instead when adversarial.test3_protocol is 'literal' (test3 only)")
+                        help="split attacked instead when adversarial.test3_protocol is 'literal'; dvc.yaml gives test3 the "
+                             "adversarial_source split and every other set its own source")
     parser.add_argument("--model", required=True, help="weights of the generator under attack (.pt)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--raw", default="data/raw", help="directory of the MNIST files (default: data/raw)")

@@ -66,10 +66,16 @@ def main() -> None:
     seed, severities = corruption_settings(params)
     sets = evaluation_sets(args, seed, severities)
 
-    model_files = {d.name: sorted(d.glob("seed_*.pt")) for d in sorted(Path(args.models).iterdir()) if d.is_dir()}
-    model_files = {name: files for name, files in model_files.items() if files}
-    if not model_files:
-        raise StageError(f"{args.models}: no trained models (seed_<n>.pt) found; run the train_model stages")
+    # The models are the mixtures in params, not every folder on disk: a mixture
+    # removed from params leaves its old folder behind, and it must not be reported.
+    mixtures = load_section("train_model", args.params).section("mixtures")
+    model_files = {}
+    for name in mixtures.values:
+        files = sorted((Path(args.models) / name).glob("seed_*.pt"))
+        if not files:
+            raise StageError(f"{Path(args.models) / name}: no trained models (seed_<n>.pt) for mixture {name}; "
+                             f"run dvc repro train_model@{name}")
+        model_files[name] = files
     for generator in ("main", "b", "c"):
         model_files[f"generator_{generator}"] = [Path(args.generators) / f"{generator}.pt"]
 

@@ -80,6 +80,11 @@ def main() -> None:
         (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def format_number(value: float, pattern: str) -> str:
+    """Format a table value; NaN (no published value, or an empty set) becomes a dash."""
+    return "–" if pd.isna(value) else pattern.format(value)
+
+
 def render(evaluation, cells, models, generators, corruption_sets, comparison, findings, args) -> list[str]:
     """Return the report's Markdown lines."""
     sizes = evaluation["set_sizes"]
@@ -99,8 +104,8 @@ def render(evaluation, cells, models, generators, corruption_sets, comparison, f
         for set_name in PAPER_SETS:
             cell = cells.get(model, {}).get(set_name)
             row[set_name] = cell.text() if cell else "n/a"
-            row[f"{set_name} paper"] = f"{wide.loc[model, ('paper', set_name)]:.2f}"
-            row[f"{set_name} diff"] = f"{wide.loc[model, ('difference', set_name)]:+.2f}"
+            row[f"{set_name} paper"] = format_number(wide.loc[model, ("paper", set_name)], "{:.2f}")
+            row[f"{set_name} diff"] = format_number(wide.loc[model, ("difference", set_name)], "{:+.2f}")
         table_rows.append(row)
     lines += [markdown_table(pd.DataFrame(table_rows)), "", "![accuracy](figures/accuracy_vs_paper.png)", ""]
 

@@ -153,3 +153,31 @@ def test_test_subset():
     subset = draw_test_subset(300, seed=0)
     assert len(np.unique(subset)) == 300
     assert np.array_equal(subset, draw_test_subset(300, seed=0))
+
+
+def test_public_mirrors_from_env():
+    from shapnoise.data import PUBLIC_MIRRORS, public_mirrors_from_env
+
+    assert public_mirrors_from_env(None) == PUBLIC_MIRRORS
+    assert public_mirrors_from_env("") == PUBLIC_MIRRORS
+    assert public_mirrors_from_env("none") == ()
+    assert public_mirrors_from_env("http://a/, http://b/") == ("http://a/", "http://b/")
+
+
+def test_download_stage_without_any_source(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    (tmp_path / "empty").mkdir()
+    env = {**os.environ, MIRROR_ENV: str(tmp_path / "empty"), "MNIST_PUBLIC_MIRRORS": "none"}
+    result = subprocess.run([sys.executable, str(REPO / "stages" / "download.py"), "--out", str(tmp_path / "raw")],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "train-images-idx3-ubyte" in result.stderr
+    assert MIRROR_ENV in result.stderr
+    assert "amazonaws" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "raw").exists()

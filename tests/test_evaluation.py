@@ -12,7 +12,7 @@ import yaml
 from shapnoise.evaluation import confusion_matrix, mean_and_std, within_spread
 from shapnoise.io import write_npz
 from shapnoise.models import build_cnn, save_model
-from shapnoise.report import Cell, check_findings, summarise
+from shapnoise.report import Cell, check_findings, paper_comparison, summarise
 from tests.conftest import REPO
 
 
@@ -43,8 +43,11 @@ def test_evaluate_stage_known_accuracy(tmp_path, raw_dir):
     write_npz(tmp_path / "ii.npz", **labelled_set([3, 3, 3, 7]))
     write_npz(tmp_path / "iii.npz", **labelled_set([7] * 5))
     write_npz(tmp_path / "iv.npz", **labelled_set([1, 3]))
-    params = {"evaluate": {"seed": 0, "corruptions": {"gaussian": [0.3], "salt_pepper": [], "rotate": []}}}
+    params = {"evaluate": {"seed": 0, "corruptions": {"gaussian": [0.3], "salt_pepper": [], "rotate": []}},
+              "train_model": {"mixtures": {"model_a": {}, "model_b": {}}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    # A folder of a mixture no longer in params: evaluate must leave it out.
+    save_model(constant_model(0), tmp_path / "models" / "model_removed" / "seed_0.pt")
 
     result = subprocess.run(
         [sys.executable, str(REPO / "stages" / "evaluate.py"), "--params", "params.yaml", "--raw", str(raw_dir),
@@ -70,6 +73,7 @@ def test_evaluate_stage_known_accuracy(tmp_path, raw_dir):
     assert accuracy["model_b"]["III"] == 50.0
     assert accuracy["model_b"]["IV"] == 25.0
     assert accuracy["generator_c"]["II"] == 75.0
+    assert "model_removed" not in accuracy
 
     per_seed = json.loads((tmp_path / "per_seed.json").read_text())
     assert per_seed["accuracy_percent"]["model_b"]["III"] == [100.0, 0.0]
@@ -132,7 +136,7 @@ def test_findings_hold_on_paper_numbers():
     assert [f.holds for f in findings] == [True, True, True, True, True]
 
 
-def test_findings_fail_when_model_one_is_not_weak_on_ii():
+def test_findings_fail_strong_model_one_ii():
     findings = check_findings(paper_like_cells(model_1_ii=99), ["gaussian_1"])
     assert findings[0].holds is False
     assert findings[1].holds is False
@@ -150,3 +154,14 @@ def test_findings_missing_model():
     del cells["model_4"]
     findings = check_findings(cells, [])
     assert findings[2].holds is None
+
+
+def test_comparison_includes_new_mixture():
+    cells = paper_like_cells(model_1_ii=70)
+    cells["model_5"] = {s: Cell(90.0, 0.0, 1) for s in ("I", "II", "III", "IV")}
+    table = paper_comparison(cells)
+    rows = table[table["model"] == "model_5"]
+    assert len(rows) == 4
+    assert rows["accuracy"].tolist() == [90.0] * 4
+    assert rows["paper"].isna().all()
+    assert table["model"].tolist()[:4] == ["model_0"] * 4

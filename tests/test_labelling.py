@@ -479,3 +479,14 @@ def test_stage_import_rejects_bad_params(tmp_path, train_filtered, params, patte
                               cwd=tmp_path)
     assert result.returncode == 1
     assert re.search(pattern, result.stderr), result.stderr
+
+
+def test_csv_export_is_reported(tmp_path, caplog):
+    from shapnoise.labelling import read_exports
+
+    (tmp_path / "project-1.csv").write_text("image,choice\nx,3\n")
+    with caplog.at_level("WARNING", logger="shapnoise.labelling"):
+        summary = read_exports(tmp_path, "train", kept=[])
+    assert summary.files == 0
+    assert "project-1.csv" in caplog.text
+    assert "JSON format" in caplog.text

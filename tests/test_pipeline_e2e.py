@@ -129,6 +129,30 @@ def test_generator_epochs_touch_only_generators(pipeline):
         (repo / "params.yaml").write_text(original)
 
 
+def test_failed_stage_keeps_previous_output(pipeline):
+    repo, env, _ = pipeline
+    original = (repo / "params.yaml").read_text()
+    output_path = repo / "data" / "noise" / "train.npz"
+    before = output_path.read_bytes()
+    try:
+        set_param(repo, "noise.train.algorithm", "blur")
+        result = subprocess.run([str(BIN / "dvc"), "repro"], cwd=repo, env=env, capture_output=True, text=True)
+        assert result.returncode != 0
+        assert "noise.train.algorithm = 'blur'" in result.stdout + result.stderr
+        assert output_path.read_bytes() == before
+    finally:
+        (repo / "params.yaml").write_text(original)
+
+
+def test_literal_protocol_changes_only_test3():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    items = stages["adversarial"]["foreach"]
+    assert items["test3"]["literal_source"] == "adversarial_source"
+    assert items["test3"]["source"] == "test"
+    for name in ("train3", "train4", "test4"):
+        assert items[name]["literal_source"] == items[name]["source"], name
+
+
 def test_noise_param_reruns_from_noise_not_shap(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "noise.train.strength", 0.9)

@@ -20,6 +20,8 @@ from shapnoise.io import atomic_dir
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "MNIST_MIRROR"
+# Comma-separated base URLs that replace the public mirrors; "none" turns them off.
+PUBLIC_MIRRORS_ENV = "MNIST_PUBLIC_MIRRORS"
 
 # The mirrors of torchvision.datasets.MNIST.mirrors (torchvision 0.29).
 PUBLIC_MIRRORS = (
@@ -104,6 +106,15 @@ def _verify(content: bytes, expected: IdxFile, origin: str) -> None:
         )
 
 
+def public_mirrors_from_env(value: str | None) -> tuple[str, ...]:
+    """Return the public mirrors to try: the defaults when ``value`` is unset or empty, none for "none"."""
+    if not value:
+        return PUBLIC_MIRRORS
+    if value.strip().lower() == "none":
+        return ()
+    return tuple(url.strip() for url in value.split(",") if url.strip())
+
+
 def mnist_sources(mirror: str | None, public_mirrors: Sequence[str] = PUBLIC_MIRRORS) -> list[str]:
     """List the sources in the order they are tried: the mirror variable first, then the public mirrors."""
     sources = []
@@ -170,7 +181,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(n_dims))
     array = np.frombuffer(data, dtype=np.uint8, offset=header_size)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape}, but the file holds {array.size} values")
+        raise ValueError(f"{path}: invalid IDX file: the header declares shape {shape}, but the file contains {array.size} values")
     return array.reshape(shape)
 
 

@@ -21,6 +21,17 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def _default_mode(directory: bool) -> int:
+    """Return the mode a plain open() or mkdir() would give under the current umask.
+
+    mkstemp and mkdtemp create private (0600 and 0700) entries, which would make
+    every output unreadable to the other members of a lab sharing the checkout.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
@@ -35,6 +46,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=False))
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -53,6 +65,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=True))
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

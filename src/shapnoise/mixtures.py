@@ -33,7 +33,7 @@ def resolve_counts(mixture: Section, available: dict[str, int]) -> dict[str, int
     """Turn a mixture's entries (integer, ``all`` or ``match_noise``) into image counts.
 
     Raises ParamsError naming the model and the set when a count exceeds what
-    exists, or when a set the mixture asks for is empty.
+    exists, or when a set the mixture requests is empty.
     """
     mixture.check_keys(SOURCES)
     model = mixture.path.rsplit(".", 1)[-1]
@@ -46,7 +46,8 @@ def resolve_counts(mixture: Section, available: dict[str, int]) -> dict[str, int
                 raise ParamsError(
                     f"{mixture.source}: {mixture.key_path(source)} = all, but the {source} set is empty, "
                     f"so model {model} would train without it. Check the stage that produces {source} "
-                    "(for shap_noise: did any image pass the filter?) or set the count to 0."
+                    "(for shap_noise: did any image pass the filter, or did labelstudio.fallback = drop "
+                    "leave out every image without a human label?) or set the count to 0."
                 )
         elif value == MATCH_NOISE:
             if source not in ("adversarial_main", "adversarial_b"):
@@ -55,8 +56,8 @@ def resolve_counts(mixture: Section, available: dict[str, int]) -> dict[str, int
             if count == 0:
                 raise ParamsError(
                     f"{mixture.source}: {mixture.key_path(source)} = match_noise, but the shap_noise set is empty, "
-                    f"so model {model} would get no {source} images. Check that images passed the filter, "
-                    "or give an integer count."
+                    f"so model {model} would get no {source} images. Check that images passed the filter and "
+                    "that labelstudio.fallback is not drop while no image has a human label, or give an integer count."
                 )
         elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             count = value

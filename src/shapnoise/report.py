@@ -65,7 +65,10 @@ def summarise(per_seed: dict[str, dict[str, list[float]]]) -> dict[str, dict[str
 def paper_comparison(cells: dict[str, dict[str, Cell]]) -> pd.DataFrame:
     """Build one row per model and set: this run's mean and spread, the paper's value and the difference."""
     rows = []
-    for model, published in PAPER_TABLE2.items():
+    # The paper's five models first, then any further mixture of this run (no published value).
+    extra = sorted(m for m in cells if m not in PAPER_TABLE2 and not m.startswith("generator_"))
+    for model in [*PAPER_TABLE2, *extra]:
+        published = PAPER_TABLE2.get(model, {s: math.nan for s in PAPER_SETS})
         for set_name in PAPER_SETS:
             cell = cells.get(model, {}).get(set_name)
             mean = cell.mean if cell else math.nan
@@ -269,8 +272,10 @@ def plot_accuracy_bars(table: pd.DataFrame, path) -> None:
         axis.set_title(f"{set_name}: {SET_DESCRIPTIONS[set_name]}", fontsize=9)
     axes[0].set_ylabel("accuracy (%)")
     axes[0].set_ylim(0, 100)
-    axes[-1].legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
+    # One legend above the panels, where it cannot cover a bar.
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", ncol=2, fontsize=8)
+    figure.tight_layout(rect=(0, 0, 1, 0.92))
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
