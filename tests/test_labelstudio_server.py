@@ -32,6 +32,7 @@ from label_studio_sdk import LabelStudio
 
 from shapnoise import cli
 from shapnoise.data import load_mnist, to_float
+from shapnoise.io import write_npz
 from shapnoise.labelling import (
     UNREADABLE,
     choice_result,
@@ -323,6 +324,21 @@ def test_round_trip_push_annotate_pull_import(labelstudio_server, admin, persona
     assert metrics["human_changed_label"] == 2
     assert metrics["tied_votes"] == 1
     assert metrics["cancelled_annotations"] == 1
+
+    # The same through the import stage's script, as `dvc repro` runs it after a pull.
+    write_npz(tmp_path / "filtered-train.npz", **train)
+    (tmp_path / "params.yaml").write_text("labelstudio:\n  fallback: original\n", encoding="utf-8")
+    stage = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "labelstudio_import.py"), "--split", "train",
+         "--params", str(tmp_path / "params.yaml"), "--filtered", str(tmp_path / "filtered-train.npz"),
+         "--labels", str(labels_dir / "train"), "--out", str(tmp_path / "relabelled.npz"),
+         "--metrics", str(tmp_path / "relabel.json")],
+        capture_output=True, text=True,
+    )
+    assert stage.returncode == 0, stage.stderr
+    stage_metrics = json.loads((tmp_path / "relabel.json").read_text(encoding="utf-8"))
+    assert stage_metrics["human_labelled"] == 3
+    assert stage_metrics["dropped_unreadable"] == 1
 
     test_summary = read_exports(labels_dir / "test", "test",
                                 [source_id("test", index) for index in filtered["test"]["indices"]])
