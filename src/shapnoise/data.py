@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from shapnoise.io import atomic_dir
+from shapnoise.stage import StageError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ SPLIT_NAMES = (
 )
 
 
-class DownloadError(RuntimeError):
+class DownloadError(StageError):
     """No source delivered a file, or a file failed verification."""
 
 

@@ -23,7 +23,6 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     only, because the message names the value and the fix. Anything else is a
     bug and keeps its traceback.
     """
-    from shapnoise.data import DownloadError
     from shapnoise.params import ParamsError
 
     setup_logging()
@@ -31,7 +30,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     log.info("stage %s: started", name)
     try:
         main()
-    except (StageError, ParamsError, DownloadError, FileNotFoundError, ValueError) as error:
+    except (StageError, ParamsError, FileNotFoundError, ValueError) as error:
         log.error("stage %s failed: %s", name, error)
         sys.exit(1)
     log.info("stage %s: finished in %.1f s", name, time.perf_counter() - start)
