@@ -2,9 +2,9 @@
 
 With ``--run`` the script runs ``dvc repro --force`` itself (every stage, whatever
 is cached) and keeps its output in ``--log``; without it, it reads an existing
-log. A stage's time is the time from DVC's "Running stage" line to the next one,
-so it includes DVC's own hashing and caching of that stage's outputs; the
-stage's own "finished in" figure, logged by the stage script, is printed beside it.
+log. A stage's time runs from DVC's "Running stage" line to the next one, so it
+includes DVC's own hashing and caching of that stage's outputs. The "finished
+in" figure that the stage script logs itself is printed beside it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evaluation and the report's statistics on hand-made models and numbers with known answers."""
+"""Evaluation and the report's statistics on hand-made models and numbers with known results."""
 
 import json
 import subprocess

@@ -38,7 +38,7 @@ def test_assemble_counts_labels_and_provenance():
     images, labels, provenance = assemble(SOURCES_DATA, counts, seed=0)
     assert len(images) == 59
     assert np.bincount(labels, minlength=4).tolist() == [30, 12, 12, 5]
-    # Each image keeps its label: source k holds images of value k / 10 labelled k.
+    # Each image keeps its label: source k contains images of value k / 10 labelled k.
     assert np.allclose(images[:, 0, 0], labels / 10)
     assert len(provenance["clean"]) == 30
     assert set(provenance["adversarial_b"]) <= set(range(3000, 3020))

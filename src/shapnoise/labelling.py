@@ -410,8 +410,8 @@ def read_exports(labels_dir: str | os.PathLike, split: str, kept: Iterable[str])
         log.warning("%s: folder not found, so no image has a human label", labels_dir)
         return summary
 
-    # Label Studio's CSV and TSV exports carry no task ids this import can check, so they are not read;
-    # a warning keeps such a file from being mistaken for labels that count.
+    # Label Studio's CSV and TSV exports carry no task ids this import can check, so they are not read.
+    # The warning keeps such a file from being mistaken for labels that count.
     for path in sorted(labels_dir.iterdir()):
         if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".xml"):
             log.warning("%s: not read; export the project in Label Studio's JSON format "

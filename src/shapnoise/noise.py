@@ -1,6 +1,6 @@
 """SHAP noise: move pixels towards their inverse where the SHAP evidence for the true class lies.
 
-All images are float arrays in [0, 1] of shape (N, 28, 28); ``shap_values`` are
+All images are float arrays in [0, 1] of shape (N, 28, 28). ``shap_values`` are
 the maps of each image's true class, of the same shape.
 """
 
@@ -24,7 +24,7 @@ def positive_weights(shap_values: np.ndarray) -> np.ndarray:
 def top_k_mask(shap_values: np.ndarray, fraction: float) -> np.ndarray:
     """Return 1.0 on the ``fraction`` of pixels with the largest positive SHAP values of each map, else 0.0.
 
-    The number of pixels is ``round(fraction * 784)``; pixels with a SHAP value of
+    The number of pixels is ``round(fraction * 784)``. Pixels with a SHAP value of
     zero or less are never selected, so a map with little positive evidence selects fewer.
     Ties at the threshold are broken by pixel order (a stable sort), which keeps the result deterministic.
     """
